@@ -7,6 +7,7 @@ with another library, without copying the chapter's code.
 """
 from __future__ import annotations
 
+import sys
 import types
 
 from . import book
@@ -22,6 +23,9 @@ def load_method(slug: str, tag: str = METHOD_TAG) -> types.ModuleType:
         raise LookupError(f"chapter {slug!r} has no code cell tagged {tag!r}")
     module = types.ModuleType(f"perturb_chapter_{slug.replace('-', '_')}")
     module.__file__ = str(chapter.md)
+    # Registered before running, as an import would be: dataclasses and pickling look classes up there.
+    sys.modules[module.__name__] = module
     for cell in cells:
-        exec(compile(cell.source, f"{chapter.md}#{tag}", "exec"), module.__dict__)
+        # dont_inherit: the chapter's cells must not pick up this file's `from __future__` flags.
+        exec(compile(cell.source, f"{chapter.md}#{tag}", "exec", dont_inherit=True), module.__dict__)
     return module
