@@ -63,6 +63,9 @@ def chapter_problems(chapter: book.Chapter, toc: set[str]) -> list[str]:
             problems.append(f"{record.name} holds no claims")
         elif not all(c.get("holds") for c in data["claims"]):
             problems.append(f"{record.name} records a failing claim")
+    index = chapter.root / "book" / chapter.part / "index.md"
+    if index.exists() and f"{{doc}}`{chapter.slug}`" not in index.read_text():
+        problems.append(f"the roadmap in book/{chapter.part}/index.md does not link it: write {{doc}}`{chapter.slug}`")
     if "-" not in chapter.slug:
         problems.append("chapter slugs are hyphenated (the site build hides paired .md files by that pattern)")
     return problems
