@@ -85,3 +85,14 @@ def test_pgd_stays_in_the_clipped_box_and_respects_the_mask(cfg):
     assert lo[0, 0] == 0.0 and hi[0, 3] == 1.0
     with pytest.raises(ValueError):
         attacks.input_box(x, -0.1)
+
+
+def test_fgsm_is_one_full_step_from_the_clean_input():
+    torch.manual_seed(1)
+    model = nn.Linear(6, 3)
+    x, y = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(attacks.margin_loss(model(x_req), y).sum(), x_req)
+    expected = (x - 0.05 * grad.sign()).clamp(0, 1)
+    got = attacks.pgd_linf(model, x, y, 0.05, steps=1, step_size=0.05, random_start=False)
+    assert torch.allclose(got, expected)
