@@ -1,4 +1,5 @@
 """Perturb: the shared package of the book. Chapters import what they need from here."""
+from . import attacks, data, plotting, training
 from .catalog import PAPERS, PARTS
 from .claims import ClaimFailed, Claims
 from .config import ConfigError, RunConfig, setup
