@@ -35,45 +35,57 @@ def _load(root: Path, scale: str, slug: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def render(root: Path) -> str:
+def _chapter_summary(root: Path, chapter) -> dict:
     from .runner import stored_metadata
 
+    quick = _load(root, "quick", chapter.slug) or {"claims": [], "seeds": {}}
+    meta = stored_metadata(chapter)
+    claims = quick.get("claims", [])
+    return {
+        "quick": quick,
+        "full": _load(root, "full", chapter.slug),
+        "verdict": f"{sum(c['holds'] for c in claims)} of {len(claims)} hold" if claims else "no record",
+        "seeds": ", ".join(s for s, v in quick.get("seeds", {}).items() if v.get("holds")) or "–",
+        "runtime": f"{meta['runtime_s']:.0f} s" if meta.get("runtime_s") is not None else "–",
+        "device": quick.get("device", "–"),
+    }
+
+
+def _measured(claim: dict) -> str:
+    return f"{_fmt(claim.get('measured'))} {claim.get('comparison', '')} {_fmt(claim.get('threshold'))}"
+
+
+def render(root: Path) -> str:
     lines = [HEADER]
     written = book.chapters(root)
     if not written:
         lines.append("\nNo chapter has been written yet.\n")
+        return "\n".join(lines)
+    summaries = {ch.slug: _chapter_summary(root, ch) for ch in written}
+    lines += ["\n## Summary\n", "| chapter | paper | claims | seeds | quick run | device |", "|---|---|---|---|---|---|"]
+    for ch in written:
+        info = summaries[ch.slug]
+        number = PAPERS_BY_SLUG[ch.slug].seed_number if ch.slug in PAPERS_BY_SLUG else ""
+        lines.append(f"| {{doc}}`{ch.part}/{ch.slug}` | {number} | {info['verdict']} | {info['seeds']} | "
+                     f"{info['runtime']} | {info['device']} |")
     for part, title in PARTS.items():
         in_part = [ch for ch in written if ch.part == part]
         if not in_part:
             continue
-        lines += [f"\n## {title}\n", "```{list-table}", ":header-rows: 1", ":widths: auto", "",
-                  "* - Chapter", "  - Claim", "  - Paper", "  - Quick", "  - Verdict", "  - Full",
-                  "  - Seeds", "  - Run time", "  - Device"]
-        for chapter in in_part:
-            quick = _load(root, "quick", chapter.slug) or {"claims": [], "seeds": {}}
-            full = _load(root, "full", chapter.slug)
-            full_by_statement = {c["statement"]: c for c in (full or {}).get("claims", [])}
-            meta = stored_metadata(chapter)
-            seeds = ", ".join(s for s, v in quick.get("seeds", {}).items() if v.get("holds")) or "–"
-            runtime = f"{meta['runtime_s']:.0f} s" if meta.get("runtime_s") is not None else "–"
-            number = PAPERS_BY_SLUG[chapter.slug].seed_number if chapter.slug in PAPERS_BY_SLUG else ""
-            claims = quick.get("claims") or [{"statement": "(no record yet)", "measured": None, "holds": False}]
-            for i, claim in enumerate(claims):
+        lines.append(f"\n## {title}")
+        for ch in in_part:
+            info = summaries[ch.slug]
+            full_by_statement = {c["statement"]: c for c in (info["full"] or {}).get("claims", [])}
+            lines += [f"\n### {{doc}}`{ch.part}/{ch.slug}`\n",
+                      f"Quick run {info['runtime']} on {info['device']}; all claims held on seeds: {info['seeds']}.\n",
+                      "| claim | paper | quick | verdict | full |", "|---|---|---|---|---|"]
+            for claim in info["quick"].get("claims", []):
                 full_claim = full_by_statement.get(claim["statement"])
-                full_value = "–" if full_claim is None else (
-                    f"{_fmt(full_claim['measured'])} ({'holds' if full_claim['holds'] else 'fails'})")
-                first = i == 0
-                lines += [f"* - {{doc}}`{chapter.part}/{chapter.slug}` (paper {number})" if first else "* - ",
-                          f"  - {claim['statement']}",
-                          f"  - {_fmt(claim.get('paper'))}",
-                          f"  - {_fmt(claim.get('measured'))} {claim.get('comparison', '')} "
-                          f"{_fmt(claim.get('threshold')) if 'threshold' in claim else ''}".rstrip(),
-                          f"  - {'✔ holds' if claim.get('holds') else '✘ fails'}",
-                          f"  - {full_value}",
-                          f"  - {seeds if first else ''}",
-                          f"  - {runtime if first else ''}",
-                          f"  - {quick.get('device', '–') if first else ''}"]
-        lines.append("```")
+                full = "–" if full_claim is None else (
+                    f"{_measured(full_claim)} ({'holds' if full_claim['holds'] else 'fails'})")
+                statement = claim["statement"].replace("|", "\\|")
+                lines.append(f"| {statement} | {_fmt(claim.get('paper'))} | {_measured(claim)} | "
+                             f"{'✔ holds' if claim.get('holds') else '✘ fails'} | {full} |")
     return "\n".join(lines).rstrip() + "\n"
 
 
