@@ -17,7 +17,7 @@ stage "browser install" bash scripts/ensure-chromium.sh
 stage "book check" $PY -m perturb check
 stage "unit and book tests" $PY -m pytest tests -n 2 -q --ignore=tests/browser
 stage "chapters (nbval)" $PY -m pytest --nbval-lax -n 2 --dist loadscope -q \
-  --sanitize-with tests/nbval_sanitize.cfg book
+  --nbval-sanitize-with tests/nbval_sanitize.cfg book
 stage "site build" .venv/bin/jupyter-book build . -W -n --keep-going --quiet
 stage "browser" $PY -m pytest tests/browser -q
 
