@@ -28,12 +28,12 @@ class Paper:
 
 
 _PLAN = """
-13|generative|stochastic-interpolants|Stochastic Interpolants: A Unifying Framework for Flows and Diffusions
-19|generative|pfgm-pp|PFGM++: Unlocking the Potential of Physics-Inspired Generative Models
 56|generative|dpm-solver-pp|DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models
 47|generative|dpm-solver-v3|DPM-Solver-v3: Improved Diffusion ODE Solver with Empirical Model Statistics
 46|generative|momentum-diffusion-sampling|Diffusion Sampling with Momentum for Mitigating Divergence Artifacts
 60|generative|bdia-exact-inversion|Exact Diffusion Inversion via Bi-directional Integration Approximation
+13|generative|stochastic-interpolants|Stochastic Interpolants: A Unifying Framework for Flows and Diffusions
+19|generative|pfgm-pp|PFGM++: Unlocking the Potential of Physics-Inspired Generative Models
 44|generative|light-schrodinger-bridge|Light Schrödinger Bridge
 26|generative|multi-marginal-schrodinger-bridge|Multi-marginal Schrödinger Bridges with Iterative Reference Refinement
 15|generative|singular-distribution-instance-noise|A likelihood approach to nonparametric estimation of a singular distribution using deep generative models
