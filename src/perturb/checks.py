@@ -5,6 +5,7 @@ Each check reads files only (no execution), so it is fast enough to run before e
 from __future__ import annotations
 
 import fnmatch
+import re
 import json
 from pathlib import Path
 
@@ -71,6 +72,22 @@ def chapter_problems(chapter: book.Chapter, toc: set[str]) -> list[str]:
     return problems
 
 
+EQUATION_LABEL = re.compile(r"^\$\$\s*\(([^)]+)\)\s*$|^:label:\s*(\S+)\s*$", re.M)
+
+
+def duplicate_equation_labels(root: Path) -> list[str]:
+    """Equation labels are global to the site build: two pages defining one label is a (fatal) warning."""
+    where: dict[str, list[str]] = {}
+    for md in sorted((root / "book").rglob("*.md")):
+        text = md.read_text(encoding="utf-8", errors="replace")
+        for match in EQUATION_LABEL.finditer(text):
+            label = match.group(1) or match.group(2)
+            if label.startswith("eq"):
+                where.setdefault(label, []).append(md.relative_to(root).as_posix())
+    return [f"equation label {label!r} is defined in {' and '.join(files)}: prefix it with the chapter's name"
+            for label, files in sorted(where.items()) if len(set(files)) > 1]
+
+
 def book_problems(root: Path | None = None) -> dict[str, list[str]]:
     """Problems by chapter slug (and under 'book' for the book as a whole); empty lists mean all is well."""
     root = root or book.require_root()
@@ -89,6 +106,7 @@ def book_problems(root: Path | None = None) -> dict[str, list[str]]:
     for docname in sorted(toc):
         if not any((root / f"{docname}{suffix}").exists() for suffix in (".md", ".ipynb")):
             general.append(f"_toc.yml lists {docname}, which does not exist")
+    general += duplicate_equation_labels(root)
     if not reproductions.is_current(root):
         general.append("book/reproductions.md is out of date with results/: run `python -m perturb reproductions`")
     found["book"] = general
