@@ -11,7 +11,7 @@ Neurons that are stable on the box (``l >= 0`` or ``u <= 0``) get their binary f
 branches on the unstable ones; tighter bounds ``[l, u]`` (e.g. from CROWN) make the program much smaller. The
 bounds must be *sound* (every reachable ``z`` inside them); when none are given, interval arithmetic supplies them.
 
-Used by: crown-bound-propagation (the exact rung of the bound ladder), local-lipschitz-bounds.
+Used by: crown-bound-propagation (the exact rung of the bound ladder) and tests/test_bounds.py.
 """
 from __future__ import annotations
 
