@@ -90,7 +90,7 @@ def test_reduced_field_equals_full_coulomb_field(method):
     for full in (coulomb.detach(), minus_grad):
         scale = full.norm(dim=1, keepdim=True) / rebuilt.norm(dim=1, keepdim=True)
         assert torch.allclose(rebuilt * scale, full, rtol=1e-10, atol=1e-12)
-    # the field line dx/dr = E_x / E_r is (x - D*) / r with D* the kernel-weighted mean (Eq. eq-ode)
+    # the field line dx/dr = E_x / E_r is (x - D*) / r with D* the kernel-weighted mean (Eq. eq-pfgm-ode)
     E_x, E_r = method.augmented_field(x, torch.full((40,), 0.9, dtype=torch.float64), charges, D)
     denoised = method.optimal_denoiser(x, charges, 0.9 / math.sqrt(D), D)
     assert torch.allclose(0.9 * E_x / E_r[:, None], x - denoised, atol=1e-12)
