@@ -5,18 +5,19 @@ The pieces, and who uses them
 -----------------------------
 - :class:`VPLinear`: the continuous linear variance-preserving schedule (``beta_0 = 0.1``, ``beta_1 = 20``) with
   ``alpha_t``, ``sigma_t``, the half log-SNR ``lambda_t = log(alpha_t / sigma_t)`` and its closed-form inverse.
-- :class:`GaussianMixtureDenoiser`, :func:`digits_gmm`, :func:`ring_gmm`: Gaussian mixtures whose noise predictor
-  under VP noising is *exact* in closed form (class-conditional, with classifier-free guidance), so a chapter can
-  study a sampler's discretisation error without a trained network in the way.
+- :class:`GaussianMixtureDenoiser`, :func:`digits_gmm`: Gaussian mixtures whose noise predictor under VP noising
+  is *exact* in closed form (class-conditional, with classifier-free guidance), so a chapter can study a sampler's
+  discretisation error without a trained network in the way.
 - :func:`timesteps`: logSNR-uniform or time-uniform grids; :func:`reference_solution` and :func:`sampler_error`:
   the converged answer of the sampling ODE and the distance of a sampler to it from the same starting noise.
-- Samplers: :func:`ddim`, :func:`dpm_solver` (singlestep, noise prediction, orders 1-3),
-  :func:`dpm_solver_pp` (data prediction; singlestep 2S/3S or multistep 2M/3M; optional thresholding), built on
-  the one-step updates :func:`first_order_update`, :func:`singlestep_update` and :func:`multistep_update`.
+- Samplers: :func:`ddim`, :func:`dpm_solver` (noise prediction, orders 1-3; singlestep, the default, or
+  multistep with ``method="multistep"``), :func:`dpm_solver_pp` (data prediction; singlestep 2S/3S or multistep
+  2M/3M; optional thresholding), built on the one-step updates :func:`first_order_update`,
+  :func:`singlestep_update` and :func:`multistep_update`.
 
 Used by the chapters dpm-solver-pp (which derives these samplers), dpm-solver-v3, momentum-diffusion-sampling and
-bdia-exact-inversion (as baselines and testbed); the mixtures and schedule may also serve stochastic-interpolants
-and pfgm-pp.
+bdia-exact-inversion (as baselines and testbed). Each function's docstring names the chapters that call it
+directly; the samplers call the one-step updates and grids internally.
 
 Conventions
 -----------
@@ -216,8 +217,8 @@ class GaussianMixtureDenoiser:
 
 def digits_data(device: torch.device | str = "cpu", dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 scikit-learn 8x8 digits as ``(X, y)`` with pixels scaled to ``[-1, 1]`` (``pixel / 8 - 1``),
-    the data range of the diffusion chapters. Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling,
-    bdia-exact-inversion."""
+    the data range of the diffusion chapters. Used by: dpm-solver-pp (to train its network at full scale),
+    momentum-diffusion-sampling (data statistics of its artifact score), and :func:`digits_gmm`."""
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()
@@ -259,22 +260,11 @@ def digits_gmm(components_per_class: int = 1, reg_covar: float = 1e-2, device: t
                                    torch.as_tensor(np.concatenate(classes), device=device))
 
 
-def ring_gmm(num_modes: int = 8, radius: float = 2.0, std: float = 0.1, device: torch.device | str = "cpu",
-             dtype=torch.float64) -> GaussianMixtureDenoiser:
-    """A 2-D ring of ``num_modes`` equal Gaussians (class = mode), for pictures of trajectories.
-    Used by: chapters that draw 2-D sampling paths (optional for all the diffusion chapters)."""
-    angles = torch.arange(num_modes, dtype=dtype) * (2 * math.pi / num_modes)
-    means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
-    covariances = (std ** 2) * torch.eye(2, dtype=dtype).expand(num_modes, 2, 2)
-    return GaussianMixtureDenoiser(means.to(device), covariances.to(device),
-                                   torch.full((num_modes,), 1.0 / num_modes, dtype=dtype, device=device))
-
-
 def classifier_free_guidance(eps_unconditional: torch.Tensor, eps_conditional: torch.Tensor,
                              scale: float) -> torch.Tensor:
     """``eps_u + scale (eps_c - eps_u)``: the guided noise prediction of a conditional model (``scale = 1``:
     conditional). For wrapping trained networks; the mixture does this inside :meth:`GaussianMixtureDenoiser.eps`.
-    Used by: dpm-solver-pp (full scale), dpm-solver-v3, momentum-diffusion-sampling."""
+    Used by: dpm-solver-pp (its trained network at full scale)."""
     return eps_unconditional + scale * (eps_conditional - eps_unconditional)
 
 
@@ -286,7 +276,8 @@ def timesteps(schedule, num_steps: int, spacing: str = "logSNR", t_start: float 
               t_end: float = T_END) -> torch.Tensor:
     """``num_steps + 1`` decreasing times from ``t_start`` to ``t_end``: uniform in ``lambda`` ("logSNR", the
     DPM-Solver authors' choice for low-resolution data) or uniform in ``t`` ("time_uniform"). float64, CPU.
-    Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion."""
+    Used by: dpm-solver-pp, momentum-diffusion-sampling, bdia-exact-inversion (and every sampler given a step
+    count)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
     if spacing == "logSNR":
@@ -302,7 +293,7 @@ def timesteps(schedule, num_steps: int, spacing: str = "logSNR", t_start: float 
 
 def static_threshold(x0: torch.Tensor, t: float | None = None, max_value: float = 1.0) -> torch.Tensor:
     """Clip the data prediction to the data range ``[-max_value, max_value]``.
-    Used by: dpm-solver-pp, momentum-diffusion-sampling."""
+    Used by: dpm-solver-pp, through ``thresholding="static"`` of the samplers."""
     return x0.clamp(-max_value, max_value)
 
 
@@ -330,9 +321,8 @@ def _correction(thresholding) -> Correction | None:
 def reference_solution(eps_fn: NoiseFn, schedule, x_T: torch.Tensor, num_steps: int = 200,
                        thresholding=None, t_start: float = T_START, t_end: float = T_END) -> torch.Tensor:
     """A converged solution of the sampling ODE from ``x_T``: DPM-Solver++(3M) (corrected third-order term) with
-    ``num_steps`` logSNR-uniform steps (200 agrees with 400-step 2M to about 1e-4 RMS on the digits mixture at
-    guidance 8). Thresholded
-    samplers must be compared with a reference computed with the same ``thresholding``.
+    ``num_steps`` logSNR-uniform steps (200 agrees with 400-step 2M below 1e-4 RMS on the digits mixture at
+    guidance 8). Thresholded samplers must be compared with a reference computed with the same ``thresholding``.
     Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion."""
     grid = timesteps(schedule, num_steps, "logSNR", t_start, t_end)
     return dpm_solver_pp(eps_fn, schedule, x_T, grid, order=3, method="multistep", thresholding=thresholding,
@@ -357,7 +347,7 @@ def model_output(eps_fn: NoiseFn, schedule, x: torch.Tensor, t: float, predictio
                  correction: Correction | None = None) -> torch.Tensor:
     """What the solver integrates: ``eps(x, t)`` ("noise") or ``x0 = (x - sigma_t eps) / alpha_t`` ("data"),
     the latter optionally corrected (thresholded). Guidance acts on ``eps`` before the conversion, because
-    ``eps_fn`` is already the guided prediction. Used by: dpm-solver-pp, dpm-solver-v3."""
+    ``eps_fn`` is already the guided prediction. Used by: dpm-solver-v3 (and every sampler, internally)."""
     eps = eps_fn(x, float(t))
     if prediction == "noise":
         if correction is not None:
@@ -380,8 +370,8 @@ def first_order_update(schedule, x: torch.Tensor, s: float, t: float, model_s: t
 
     noise: ``x_t = (alpha_t/alpha_s) x - sigma_t (e^h - 1) eps``;
     data:  ``x_t = (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) x0``  (``h = lambda_t - lambda_s``).
-    A final time with ``sigma_t = 0`` (``h = inf``) returns ``alpha_t x0``. Used by: dpm-solver-pp,
-    dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion.
+    A final time with ``sigma_t = 0`` (``h = inf``) returns ``alpha_t x0``. Used by: dpm-solver-v3,
+    bdia-exact-inversion (and every sampler, internally).
     """
     a_s, a_t, sg_s, sg_t, h = _coefficients(schedule, s, t)
     if prediction == "noise":
@@ -401,9 +391,9 @@ def singlestep_update(eps_fn: NoiseFn, schedule, x: torch.Tensor, s: float, t: f
         x_t = (alpha_t/alpha_s) x - sigma_t phi_1 eps_s - sigma_t phi_1 / (2 r1) (eps(u, s1) - eps_s)
 
     Data prediction (DPM-Solver++(2S)) is the same with ``(sigma, alpha, e^{-h})`` in place of
-    ``(alpha, sigma, e^{h})``. Order 3 follows the official 'dpmsolver' variant with
-    ``phi_2 = phi_1/h -+ 1`` and ``phi_22 = (e^{-+r2 h} - 1)/(r2 h) -+ 1`` (upper sign: noise).
-    Used by: dpm-solver-pp, dpm-solver-v3.
+    ``(alpha, sigma, e^{h})``. Order 3 follows the official 'dpmsolver' variant with ``phi_1 = e^{+-h} - 1``,
+    ``phi_2 = phi_1/h -+ 1`` and ``phi_22 = (e^{+-r2 h} - 1)/(r2 h) -+ 1`` (upper sign: noise prediction, lower
+    sign: data prediction). Used by: :func:`sample_singlestep`, i.e. the singlestep samplers of dpm-solver-pp.
     """
     if order == 1:
         if model_s is None:
@@ -465,8 +455,8 @@ def multistep_update(schedule, x: torch.Tensor, previous_models: Sequence[torch.
     ``phi_2 = phi_1/h + 1``, ``phi_3 = phi_2/h - 1/2``; noise: ``phi_1 = e^h - 1``, ``phi_2 = phi_1/h - 1``).
     ``third_order="official"`` uses ``phi_3 D2`` without the factor 2, as the official code and diffusers do;
     that update is exact only for linear model outputs, so its local error is O(h^3) (globally second order),
-    while "corrected" is O(h^4) (see tests/test_diffusion.py). Used by: dpm-solver-pp, dpm-solver-v3,
-    momentum-diffusion-sampling.
+    while "corrected" is O(h^4) (see tests/test_diffusion.py). Used by: dpm-solver-v3 (and
+    :func:`sample_multistep`, i.e. every multistep sampler).
     """
     s0 = previous_times[-1]
     m0 = previous_models[-1]
@@ -527,7 +517,7 @@ def sample_multistep(eps_fn: NoiseFn, schedule, x: torch.Tensor, steps, order: i
     diffusers' rule), False never. A final grid point with ``sigma = 0`` always gets a first-order step.
     ``third_order``: see :func:`multistep_update`.
     Returns the sample at the last grid time, and with ``return_trajectory`` also the list of ``(t, x_t)``.
-    Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling.
+    Used by: :func:`ddim`, :func:`dpm_solver` and :func:`dpm_solver_pp` (no chapter calls it directly).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; accepted: {PREDICTIONS}")
@@ -555,7 +545,7 @@ def sample_multistep(eps_fn: NoiseFn, schedule, x: torch.Tensor, steps, order: i
 
 def singlestep_orders(nfe: int, order: int) -> list[int]:
     """Orders of the steps of singlestep DPM-Solver with ``nfe`` evaluations (the official "DPM-Solver-fast"
-    split, e.g. ``nfe=10, order=3 -> [3, 3, 3, 1]``). Used by: dpm-solver-pp, dpm-solver-v3."""
+    split, e.g. ``nfe=10, order=3 -> [3, 3, 3, 1]``). Used by: :func:`sample_singlestep`."""
     if order == 3:
         k = nfe // 3 + 1
         return [3] * (k - 2) + [2, 1] if nfe % 3 == 0 else [3] * (k - 1) + ([1] if nfe % 3 == 1 else [2])
@@ -574,7 +564,8 @@ def sample_singlestep(eps_fn: NoiseFn, schedule, x: torch.Tensor, nfe: int, orde
     :func:`singlestep_orders` (``fixed_order=True``: ``nfe // order`` steps all of order ``order``, the official
     "singlestep_fixed"). As in the official code, with logSNR spacing the outer steps are uniform in ``lambda``;
     with time-uniform spacing they are taken from the ``nfe``-step time grid, and the inner points of each step
-    are at the matching sub-grid. Used by: dpm-solver-pp, dpm-solver-v3.
+    are at the matching sub-grid. Used by: :func:`dpm_solver` and :func:`dpm_solver_pp` with
+    ``method="singlestep"`` (in dpm-solver-pp).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; accepted: {PREDICTIONS}")
@@ -602,7 +593,7 @@ def ddim(eps_fn: NoiseFn, schedule, x: torch.Tensor, steps, thresholding=None, s
          t_start: float = T_START, t_end: float = T_END, return_trajectory: bool = False):
     """DDIM (deterministic, eta = 0) = DPM-Solver-1: ``steps`` evaluations on the grid. Without thresholding it
     is written in noise form; with thresholding in data form (the clipped x0 of DDIM's "predicted x0").
-    Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion."""
+    Used by: dpm-solver-pp, momentum-diffusion-sampling, bdia-exact-inversion."""
     prediction = "noise" if thresholding is None else "data"
     return sample_multistep(eps_fn, schedule, x, steps, 1, prediction, thresholding, spacing, t_start, t_end,
                             False, return_trajectory=return_trajectory)
@@ -611,9 +602,12 @@ def ddim(eps_fn: NoiseFn, schedule, x: torch.Tensor, steps, thresholding=None, s
 def dpm_solver(eps_fn: NoiseFn, schedule, x: torch.Tensor, nfe: int, order: int = 3, method: str = "singlestep",
                spacing: str = "logSNR", t_start: float = T_START, t_end: float = T_END,
                return_trajectory: bool = False):
-    """DPM-Solver (Lu et al. 2022a): the exponential integrator of the *noise-prediction* ODE, singlestep
-    (DPM-Solver-2/3, "fast" order split) or multistep. Cannot threshold (there is no x0 in its update).
-    Used by: dpm-solver-pp (as the unstable baseline), dpm-solver-v3."""
+    """DPM-Solver (Lu et al. 2022a): the exponential integrator of the *noise-prediction* ODE.
+
+    ``method="singlestep"`` (default): DPM-Solver-2/3 with ``nfe`` evaluations in the "fast" order split, see
+    :func:`sample_singlestep`. ``method="multistep"``: the noise-prediction multistep solver, ``nfe`` an int or an
+    explicit decreasing time grid, see :func:`sample_multistep`. Cannot threshold (there is no x0 in its update).
+    Used by: dpm-solver-pp (singlestep, as the unstable baseline), dpm-solver-v3 (multistep)."""
     if method == "singlestep":
         return sample_singlestep(eps_fn, schedule, x, nfe, order, "noise", None, spacing, t_start, t_end,
                                  return_trajectory=return_trajectory)
