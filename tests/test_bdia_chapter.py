@@ -12,10 +12,7 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("bdia-exact-inversion")
-    torch.set_num_threads(threads)
+    return load_method("bdia-exact-inversion")
 
 
 @pytest.fixture(scope="module")

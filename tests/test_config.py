@@ -8,6 +8,7 @@ SIZES = {"quick": {"n": 3}, "full": {"n": 30}}
 
 
 def test_setup_picks_sizes_for_the_scale_and_pins_cpu_threads():
+    torch.set_num_threads(2)  # the test session runs single-threaded; setup must pin it itself
     cfg = perturb.setup("crown-bound-propagation", "full", "cpu", 4, sizes=SIZES)
     assert cfg.sizes == {"n": 30} and cfg.seed == 4 and cfg.device.type == "cpu"
     assert torch.get_num_threads() == 1

@@ -15,7 +15,6 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    torch.set_num_threads(1)
     return load_method("consistency-randomized-smoothing")
 
 

@@ -13,15 +13,6 @@ from perturb import diffusion as D
 SCHEDULE = D.VPLinear()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small float64 batches: one thread is fastest and keeps the timings stable next to other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits_model():
     return D.digits_gmm(1)

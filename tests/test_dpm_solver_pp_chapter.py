@@ -11,10 +11,7 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("dpm-solver-pp")
-    torch.set_num_threads(threads)
+    return load_method("dpm-solver-pp")
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,7 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("dpm-solver-v3")
-    torch.set_num_threads(threads)
+    return load_method("dpm-solver-v3")
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,7 @@ LEVELS_RANGE = (0.01, 0.08)
 
 @pytest.fixture(scope="module")
 def method():
-    # One thread, as the chapter runs: a tiny MLP gains nothing from more, and loses much on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("expected-perturbation-score")
-    torch.set_num_threads(threads)
+    return load_method("expected-perturbation-score")
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,7 @@ DTYPE = torch.float64
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("light-schrodinger-bridge")
-    torch.set_num_threads(threads)
+    return load_method("light-schrodinger-bridge")
 
 
 def random_spd(dim, gen, low=0.3, high=2.0):

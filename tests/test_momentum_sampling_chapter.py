@@ -23,10 +23,7 @@ OFFICIAL_TABLE = {
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("momentum-diffusion-sampling")
-    torch.set_num_threads(threads)
+    return load_method("momentum-diffusion-sampling")
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])

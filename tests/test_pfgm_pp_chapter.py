@@ -19,10 +19,7 @@ N = 64
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("pfgm-pp")
-    torch.set_num_threads(threads)
+    return load_method("pfgm-pp")
 
 
 @pytest.mark.parametrize("D", [1, 3, 8, 64, 2048])

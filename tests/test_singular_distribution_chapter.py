@@ -17,10 +17,7 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("singular-distribution-instance-noise")
-    torch.set_num_threads(threads)
+    return load_method("singular-distribution-instance-noise")
 
 
 def segment_log_density(x, a, b, sigma):

@@ -10,15 +10,6 @@ from torch import nn
 from perturb import smoothing
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Many small batched forward passes: extra threads only add contention on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("n", [1, 10, 100, 1000, 100_000])
 @pytest.mark.parametrize("alpha", [0.001, 0.05])
 def test_clopper_pearson_lower_is_the_beta_quantile(n, alpha):

@@ -15,7 +15,6 @@ from perturb.data import load_digits
 from perturb.models import TinyViT, small_cnn
 from perturb.notebook_code import load_method
 
-torch.set_num_threads(1)  # deterministic reductions, and no oversubscription on shared machines
 
 
 @pytest.fixture(scope="module")

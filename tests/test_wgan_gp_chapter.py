@@ -11,10 +11,7 @@ from perturb.notebook_code import load_method
 
 @pytest.fixture(scope="module")
 def method():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_method("wgan-gp-uncertainty")
-    torch.set_num_threads(threads)
+    return load_method("wgan-gp-uncertainty")
 
 
 def full_model_error(method, n_cells, x=0.5, t_end=2.0):
