@@ -77,7 +77,7 @@ def test_guided_eps_is_classifier_free_combination(digits_model):
 
 
 def test_digits_mixture_matches_class_statistics(digits_model):
-    X, y = D.digits_data()
+    X, y = perturb.data.digits(dtype=torch.float64, pixels="signed")
     assert X.min() == -1 and X.max() == 1 and digits_model.num_components == 10 and digits_model.dim == 64
     torch.testing.assert_close(digits_model.means[3], X[y == 3].mean(0))
     torch.testing.assert_close(digits_model.log_weights.exp()[3], (y == 3).double().mean())

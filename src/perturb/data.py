@@ -25,19 +25,37 @@ class Split:
         return self.X_train.shape[1]
 
 
+PIXEL_RANGES = {"unit": (0.0, 1.0), "signed": (-1.0, 1.0)}  # classifiers use [0, 1]; diffusion chapters [-1, 1]
+
+
+def digits(device: torch.device | str = "cpu", dtype=torch.float32, pixels: str = "unit"
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 scikit-learn 8x8 digits as ``(X, y)``: flattened rows, pixels mapped linearly from the stored
+    integers 0..16 onto ``[0, 1]`` (``pixels="unit"``) or ``[-1, 1]`` (``"signed"``, the data range of the
+    diffusion chapters). The book's one digits loader: :func:`load_digits` splits it, and
+    :func:`perturb.diffusion.digits_gmm` fits it. Used by: dpm-solver-pp, momentum-diffusion-sampling.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    if pixels not in PIXEL_RANGES:
+        raise ValueError(f"unknown pixel range {pixels!r}; accepted: {', '.join(PIXEL_RANGES)}")
+    low, high = PIXEL_RANGES[pixels]
+    data = sklearn_digits()
+    X = torch.as_tensor(low + (high - low) * data.data / 16.0, dtype=dtype, device=device)
+    return X, torch.as_tensor(data.target, dtype=torch.long, device=device)
+
+
 def load_digits(device: torch.device | str = "cpu", test_fraction: float = 0.3) -> Split:
-    """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), scaled to [0, 1], stratified split.
+    """The digits of :func:`digits` with pixels in [0, 1], split into train and test, stratified by class.
 
     Used by: crown-bound-propagation (and the robustness and explanation chapters that need a small image task).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    digits = sklearn_digits()
-    X = (digits.data / 16.0).astype(np.float32)  # pixel intensities are integers 0..16
-    y = digits.target.astype(np.int64)
+    X, y = digits("cpu", torch.float32, "unit")
+    X, y = X.numpy(), y.numpy()
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=test_fraction, stratify=y, random_state=SPLIT_SEED)
     as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731

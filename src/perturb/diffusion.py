@@ -41,6 +41,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import data
+
 NoiseFn = Callable[[torch.Tensor, float], torch.Tensor]
 Correction = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -215,17 +217,6 @@ class GaussianMixtureDenoiser:
                                        self.log_weights.exp().to(device, dtype), self.component_class.to(device))
 
 
-def digits_data(device: torch.device | str = "cpu", dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 scikit-learn 8x8 digits as ``(X, y)`` with pixels scaled to ``[-1, 1]`` (``pixel / 8 - 1``),
-    the data range of the diffusion chapters. Used by: dpm-solver-pp (to train its network at full scale),
-    momentum-diffusion-sampling (data statistics of its artifact score), and :func:`digits_gmm`."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    X = torch.as_tensor(digits.data / 8.0 - 1.0, dtype=dtype, device=device)
-    return X, torch.as_tensor(digits.target, dtype=torch.long, device=device)
-
-
 def digits_gmm(components_per_class: int = 1, reg_covar: float = 1e-2, device: torch.device | str = "cpu",
                dtype=torch.float64) -> GaussianMixtureDenoiser:
     """The book's analytic "pretrained" diffusion model: a class-conditional Gaussian mixture of the digits.
@@ -236,7 +227,7 @@ def digits_gmm(components_per_class: int = 1, reg_covar: float = 1e-2, device: t
     scikit-learn's ``GaussianMixture(random_state=0)``. Deterministic: no seed is involved.
     Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion.
     """
-    X, y = digits_data("cpu", torch.float64)
+    X, y = data.digits("cpu", torch.float64, pixels="signed")
     X, y = X.numpy(), y.numpy()
     means, covariances, weights, classes = [], [], [], []
     for c in range(10):

@@ -35,3 +35,12 @@ STYLE = {
 def use_style() -> None:
     """Apply the book's style to every figure made afterwards (call once, in a chapter's setup cell)."""
     matplotlib.rcParams.update(STYLE)
+
+
+def digit_row(images, count: int = 8, side: int = 8):
+    """The first ``count`` flattened ``side`` x ``side`` images laid side by side as one ``(side, count*side)``
+    array, for ``imshow``. Used by: dpm-solver-pp, dpm-solver-v3, momentum-diffusion-sampling, bdia-exact-inversion.
+    """
+    images = images[:count]
+    count = images.shape[0]
+    return images.reshape(count, side, side).permute(1, 0, 2).reshape(side, count * side).detach().cpu().numpy()
