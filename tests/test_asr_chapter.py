@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from torch import nn
 
 import perturb
 from perturb.attacks import margin_loss
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 from perturb.training import train_classifier
 
 SLUG = "bifurcation-observation-attack"

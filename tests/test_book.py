@@ -3,7 +3,7 @@ import warnings
 
 import pytest
 
-from perturb import book, checks, reproductions
+from perturb.harness import book, checks, reproductions
 
 CHAPTERS = book.chapters()
 
@@ -20,7 +20,7 @@ def test_chapter_files_agree(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[ch.slug for ch in CHAPTERS])
 def test_quick_run_time_within_budget(chapter):
-    from perturb.runner import stored_metadata
+    from perturb.harness.runner import stored_metadata
 
     runtime = stored_metadata(chapter).get("runtime_s")
     assert runtime is not None and runtime <= book.QUICK_LIMIT_S

@@ -1,4 +1,4 @@
-from perturb import checks
+from perturb.harness import checks
 
 
 def test_duplicate_equation_labels_across_pages_are_reported(tmp_path):

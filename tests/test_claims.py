@@ -3,7 +3,7 @@ import json
 import pytest
 
 import perturb
-from perturb.claims import ClaimFailed, Claims, _rounded
+from perturb.harness.claims import ClaimFailed, Claims, _rounded
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import perturb
-from perturb.config import ConfigError, resolve_device, validate_scale, validate_seed
+from perturb.harness.config import ConfigError, resolve_device, validate_scale, validate_seed
 
 SIZES = {"quick": {"n": 3}, "full": {"n": 30}}
 

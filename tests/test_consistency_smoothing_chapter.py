@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

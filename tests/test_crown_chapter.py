@@ -8,7 +8,7 @@ from torch import nn
 from perturb import bounds
 from perturb.attacks import input_box
 from perturb.data import load_digits
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 from perturb.training import mlp
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from perturb import diffusion
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

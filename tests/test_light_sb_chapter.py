@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 DTYPE = torch.float64
 

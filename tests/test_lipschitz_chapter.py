@@ -12,7 +12,7 @@ from scipy.optimize import linprog
 
 from perturb import bounds
 from perturb.attacks import input_box
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 from perturb.training import mlp
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from perturb import book, checks, reproductions, runner
+from perturb.harness import book, checks, reproductions, runner
 
 HERE = Path(__file__).parent
 SLUG = "local-lipschitz-bounds"  # any catalogue name will do; the chapter itself is the scratch fixture

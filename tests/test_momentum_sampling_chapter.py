@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from perturb import diffusion
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 # The multistep table of the official GHVB scheduler (numerators, before the division by beta), as published in
 # the paper's repository (sWizad/momentum-diffusion, `AdamBmixer`): a fact to compare with, not code to run.

@@ -8,7 +8,7 @@ from scipy.integrate import quad_vec
 from scipy.linalg import expm
 from scipy.optimize import minimize
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 A_TRUE = np.array([[-0.1, -1.0], [1.0, -0.1]])
 

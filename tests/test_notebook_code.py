@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from perturb import notebook_code
+from perturb.harness import notebook_code
 
 CHAPTER = textwrap.dedent('''\
     ---

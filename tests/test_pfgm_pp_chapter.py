@@ -12,7 +12,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 N = 64
 

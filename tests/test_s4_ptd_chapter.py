@@ -11,7 +11,7 @@ import scipy.linalg
 import scipy.signal
 import torch
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

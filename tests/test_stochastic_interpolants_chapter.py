@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import energy_distance as scipy_energy_distance
 
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from torch import nn
 
 from perturb.data import load_digits
 from perturb.models import TinyViT, small_cnn
-from perturb.notebook_code import load_method
+from perturb.harness.notebook_code import load_method
 
 
 

@@ -1,8 +1,12 @@
-"""Perturb: the shared package of the book. Chapters import what they need from here."""
+"""Perturb: the shared package of the book. Chapters import what they need from here.
+
+The numerical building blocks (attacks, bounds, diffusion, data, models, training, ...) are modules of this
+package; the machinery that runs, records and checks chapters lives in :mod:`perturb.harness`.
+"""
 from . import attacks, data, plotting, training
-from .catalog import PAPERS, PARTS
-from .claims import ClaimFailed, Claims
-from .config import ConfigError, RunConfig, setup
+from .harness.catalog import PAPERS, PARTS
+from .harness.claims import ClaimFailed, Claims
+from .harness.config import ConfigError, RunConfig, setup
 from .plotting import use_style
 
 __all__ = ["PAPERS", "PARTS", "ClaimFailed", "Claims", "ConfigError", "RunConfig", "setup", "use_style"]

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .harness.config import RunConfig
 
 
 def mlp(widths: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:

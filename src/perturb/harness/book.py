@@ -30,7 +30,7 @@ def repo_root(start: Path | None = None) -> Path | None:
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").is_file() and (folder / "book").is_dir():
             return folder
-    package_root = Path(__file__).resolve().parents[2]
+    package_root = Path(__file__).resolve().parents[3]
     if (package_root / "_toc.yml").is_file():
         return package_root
     return None
