@@ -3,9 +3,10 @@
     python -m perturb list
     python -m perturb run crown-bound-propagation            # default: quick, CPU, seed 0 -> committed .ipynb
     python -m perturb run --part robustness --seed 1         # other seeds/scales -> _runs/, seed verdict recorded
+    python -m perturb run crown-bound-propagation --seeds 0-4   # the five seeds every claim is checked on
     python -m perturb run --stale                            # every chapter whose stored outputs are out of date
     python -m perturb run --all --scale full --device cuda   # the GPU run; writes results/full/
-    python -m perturb check                                  # sync, staleness, table of contents, records
+    python -m perturb check                                  # sync, staleness, table of contents, records, claims
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 
 from . import book, reproductions
 from .catalog import PAPERS_BY_SLUG, PARTS
+from .claims import seeds_verdicts
 from .config import DEVICES, SCALES, ConfigError, resolve_device, validate_seed
 
 
@@ -29,6 +31,21 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _seed_list(text: str) -> list[int]:
+    """``3``, ``0-4`` or ``0,2,5``: the seeds to run, each a non-negative integer."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = validate_seed(low), validate_seed(high) if high else validate_seed(low)
+            if last < first:
+                raise ConfigError(f"a seed range runs upwards, got {part!r}")
+            seeds += [s for s in range(first, last + 1) if s not in seeds]
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(f"{err} (--seeds takes e.g. 3, 0-4 or 0,2,5)") from None
+    return seeds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m perturb", description="Run and check the chapters of Perturb.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,8 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--stale", action="store_true", help="chapters whose stored outputs are out of date")
     run.add_argument("--scale", default="quick", choices=SCALES, help="quick (CPU, ~30 s) or full (GPU)")
     run.add_argument("--device", default="auto", choices=DEVICES, help="auto picks CUDA when present")
-    run.add_argument("--seed", default=0, type=_seed, help="a non-negative integer (default 0)")
-    sub.add_parser("check", help="fail when a chapter's files are out of sync, stale or unlisted")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", default=0, type=_seed, help="a non-negative integer (default 0)")
+    seeds.add_argument("--seeds", type=_seed_list, metavar="SEEDS",
+                       help="several seeds, e.g. 0-4 (the default seed 0 runs last, so it writes the notebook last)")
+    sub.add_parser("check", help="fail when a chapter's files are out of sync, stale or unlisted, or its claims "
+                                 "fall short of the book's rules (prose numbers no run shows are warnings)")
     sub.add_parser("reproductions", help="regenerate book/reproductions.md from results/")
     return parser
 
@@ -71,14 +92,16 @@ def cmd_list(root) -> int:
     from .runner import stored_metadata
 
     written = book.chapters(root)
-    print(f"{'chapter':40} {'part':17} {'quick run':>9}  {'device':6}  claims")
+    print(f"{'chapter':40} {'part':17} {'quick run':>9}  {'device':6}  headline verdicts (seeds)")
     for ch in written:
         meta = stored_metadata(ch)
         record = ch.result_path("quick")
         verdict = "no record"
         if record.exists():
-            claims = json.loads(record.read_text()).get("claims", [])
-            verdict = f"{sum(c['holds'] for c in claims)}/{len(claims)} hold"
+            data = json.loads(record.read_text())
+            seeds = data.get("seeds", {})
+            verdicts = seeds_verdicts(seeds, len(data.get("headlines", [])))
+            verdict = f"{'; '.join(verdicts) or 'no headline'} ({', '.join(seeds) or 'no seed'})"
         runtime = f"{meta['runtime_s']:.1f} s" if meta.get("runtime_s") is not None else "–"
         print(f"{ch.slug:40} {ch.part:17} {runtime:>9}  {meta.get('device', '–'):6}  {verdict}")
     print(f"\n{len(written)} of {len(PAPERS_BY_SLUG)} chapters written.")
@@ -96,10 +119,14 @@ def cmd_run(args, root) -> int:
     if not chosen:
         print("nothing to run")
         return 0
+    seeds = args.seeds or [args.seed]
+    if 0 in seeds:  # seed 0 last: its run writes the committed notebook after the other seeds' records
+        seeds = [s for s in seeds if s != 0] + [0]
+    jobs = [(chapter, seed) for chapter in chosen for seed in seeds]
     failures = 0
-    for i, chapter in enumerate(chosen, 1):
-        print(f"[{i}/{len(chosen)}] {chapter.slug} ({args.scale}, {args.device}, seed {args.seed}) ...", flush=True)
-        result = run_chapter(chapter, args.scale, args.device, args.seed)
+    for i, (chapter, seed) in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {chapter.slug} ({args.scale}, {args.device}, seed {seed}) ...", flush=True)
+        result = run_chapter(chapter, args.scale, args.device, seed)
         where = result.output.relative_to(root)
         if result.ok:
             print(f"      done in {result.runtime_s:.1f} s -> {where}", flush=True)
@@ -108,13 +135,16 @@ def cmd_run(args, root) -> int:
             print(f"      FAILED after {result.runtime_s:.1f} s: {result.message}\n"
                   f"      committed files untouched; partial notebook in {where}", flush=True)
     reproductions.write(root)
-    print(f"{len(chosen) - failures} of {len(chosen)} chapters ran; book/reproductions.md refreshed")
+    print(f"{len(jobs) - failures} of {len(jobs)} runs succeeded; book/reproductions.md refreshed")
     return 1 if failures else 0
 
 
 def cmd_check(root) -> int:
-    from .checks import book_problems
+    from .checks import book_problems, chapter_warnings
 
+    for chapter in book.chapters(root):
+        for warning in chapter_warnings(chapter):
+            print(f"{chapter.slug}: warning: {warning}")
     problems = book_problems(root)
     bad = {name: items for name, items in problems.items() if items}
     for name, items in bad.items():
