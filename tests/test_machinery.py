@@ -96,6 +96,19 @@ def test_a_failing_run_leaves_committed_files_untouched(chapter, checkout):
     assert chapter.ipynb.read_bytes() == notebook and chapter.result_path("quick").read_bytes() == record
 
 
+def test_a_failing_claim_leaves_the_record_as_it_was(chapter, checkout):
+    # The claims cell writes the record before it raises; the runner puts the committed record back.
+    original = chapter.md.read_text()
+    notebook, record = chapter.ipynb.read_bytes(), chapter.result_path("quick").read_bytes()
+    try:
+        chapter.md.write_text(original.replace('threshold=2.0)', 'threshold=0.01)'))
+        result = runner.run_chapter(chapter)
+        assert not result.ok and "variance is below two" in result.message
+    finally:
+        chapter.md.write_text(original)
+    assert chapter.ipynb.read_bytes() == notebook and chapter.result_path("quick").read_bytes() == record
+
+
 def test_reproductions_page_lists_the_claim_and_detects_drift(chapter, checkout):
     reproductions.write(checkout)
     page = (checkout / reproductions.PAGE).read_text()

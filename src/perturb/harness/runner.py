@@ -83,6 +83,8 @@ def run_chapter(chapter: book.Chapter, scale: str = "quick", device: str = "auto
     nb = source_notebook(chapter)
     target = output_path(chapter, scale, device, seed)
     code_hash = book.code_hash(chapter.md)
+    record = chapter.result_path(scale)
+    record_before = record.read_bytes() if record.exists() else None  # the claims cell writes it mid-run
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{chapter.slug}.ipynb"
         executed = Path(tmp) / f"{chapter.slug}.out.ipynb"
@@ -94,6 +96,10 @@ def run_chapter(chapter: book.Chapter, scale: str = "quick", device: str = "auto
                                        report_mode=False)
         except Exception as err:  # noqa: BLE001 - any failure must leave committed files untouched
             runtime = time.perf_counter() - start
+            if record_before is None:
+                record.unlink(missing_ok=True)
+            else:
+                record.write_bytes(record_before)
             failed = chapter.root / RUNS_DIR / "failed" / f"{chapter.slug}.ipynb"
             failed.parent.mkdir(parents=True, exist_ok=True)
             if executed.exists():
