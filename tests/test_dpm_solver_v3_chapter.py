@@ -112,3 +112,16 @@ def test_linear_fit_matches_polyfit(method):
             slope, intercept = np.polyfit(f[k, :, d], f_dot[k, :, d], 1)
             assert math.isclose(float(s[k, d]), slope, rel_tol=1e-9)
             assert math.isclose(float(b[k, d]), intercept, rel_tol=1e-9, abs_tol=1e-12)
+
+
+
+@pytest.mark.parametrize("num_steps", [6, 12, 15])
+def test_final_orders_are_lowered_at_every_budget(method, problem, num_steps):
+    """As the official sample(): lower_order_final lowers the last steps at any number of steps (DPM-Solver++ only
+    below 10), so the flag changes a 12- or 15-step run as much as a 6-step one."""
+    schedule, eps_fn, x_T, lam, times = problem
+    tables = method.ConstantEMSTables(lam, 64, 1.0, 0.0)
+    indices = method.snapped_indices(120, num_steps)
+    lowered, kept = (method.dpm_solver_v3(eps_fn, schedule, tables, x_T, indices, use_corrector=False,
+                                          lower_order_final=flag) for flag in (True, False))
+    assert (lowered - kept).abs().max() > 1e-6
