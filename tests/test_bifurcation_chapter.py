@@ -1,7 +1,8 @@
 """The bifurcation-attack chapter's own method, loaded from its `method` cells, against hand calculations and an
-independent library: the battery's energy balance (Eq. 1) worked out by hand, the bifurcation layer's grouping of
-the logits against explicit loops, the PGD attack's threat model (Eq. 4), and the chapter's GDL attack against the
-projected gradient descent of the Adversarial Robustness Toolbox run on the bifurcation logits."""
+independent library: the battery's energy balance (eq-battery) worked out by hand, the bifurcation layer's grouping
+of the logits against explicit loops, the threat model (eq-threat) of the shared PGD as the chapter calls it, and the
+chapter's GDL attack against the projected gradient descent of the Adversarial Robustness Toolbox run on the
+bifurcation logits."""
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 import perturb
-from perturb.attacks import margin_loss
+from perturb.attacks import margin_loss, pgd_linf
 from perturb.harness.notebook_code import load_method
 from perturb.training import train_classifier
 
@@ -90,7 +91,8 @@ def test_bifurcation_layer_groups_the_logits(method):
     assert torch.equal(method.continuous_bifurcation_layer(action).argmax(1), (action.squeeze(1) > 0).long())
 
 
-def test_masked_pgd_stays_in_the_threat_model(method):
+def test_per_row_masked_pgd_stays_in_the_threat_model(method):
+    # The chapter's use of the shared PGD: a score of the observation itself, one budget per row, the clock masked.
     generator = torch.Generator().manual_seed(1)
     obs = torch.rand(40, 9, generator=generator)
     obs[:5] = 0.0
@@ -99,13 +101,15 @@ def test_masked_pgd_stays_in_the_threat_model(method):
     mask = torch.tensor([0.0, 0.0] + [1.0] * 7)
     weight = torch.randn(9, generator=generator)
     for steps in (0, 7):
-        adv = method.masked_pgd(lambda s: torch.sin(3 * s) @ weight, obs, eps, mask, steps, generator)
+        adv = pgd_linf(lambda s: torch.sin(3 * s) @ weight, obs, None, eps, steps=steps, mask=mask,
+                       loss=lambda score, _: score, generator=generator)
         delta = adv - obs
         assert torch.all(delta.abs() <= eps[:, None] + 1e-6)
         assert torch.all(delta[:, :2] == 0)
         assert adv.min() >= 0 and adv.max() <= 1
     # The attack does ascend: a linear score ends at the corner of the box it points to.
-    adv = method.masked_pgd(lambda s: s @ weight, obs[10:], eps[10:], mask, 10, generator)
+    adv = pgd_linf(lambda s: s @ weight, obs[10:], None, eps[10:], steps=10, mask=mask, loss=lambda score, _: score,
+                   generator=generator)
     corner = (obs[10:] + eps[10:, None] * mask * weight.sign()).clamp(0, 1)
     assert torch.allclose(adv, corner, atol=1e-6)
 
@@ -140,9 +144,8 @@ def test_gdl_attack_matches_the_adversarial_robustness_toolbox(method):
     eps, steps = 0.05, 30
     mask = torch.tensor([0.0, 0.0] + [1.0] * 7)
 
-    ours = method.masked_pgd(lambda s: method.grouped_difference(policy(s), method.other_bins("bifurcation",
-                             clean_bins, 20)), obs, torch.full((len(obs),), eps), mask, steps,
-                             torch.Generator().manual_seed(3))
+    ours = pgd_linf(policy, obs, method.other_bins("bifurcation", clean_bins, 20), torch.full((len(obs),), eps),
+                    steps=steps, mask=mask, loss=method.grouped_difference, generator=torch.Generator().manual_seed(3))
 
     class Bifurcated(nn.Module):
         def forward(self, s):
