@@ -19,9 +19,9 @@ def method():
 
 @pytest.fixture(scope="module")
 def mixtures(method):
-    rho0 = method.IsotropicMixture(torch.tensor([[-3.0, 0.0], [0.0, 3.0], [3.0, -1.5]]), 0.5, [0.2, 0.3, 0.5])
+    rho0 = method.isotropic_mixture(torch.tensor([[-3.0, 0.0], [0.0, 3.0], [3.0, -1.5]]), 0.5, [0.2, 0.3, 0.5])
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    rho1 = method.IsotropicMixture(3.0 * torch.stack([angles.cos(), angles.sin()], 1),
+    rho1 = method.isotropic_mixture(3.0 * torch.stack([angles.cos(), angles.sin()], 1),
                                    torch.linspace(0.2, 0.4, 8, dtype=torch.float64))
     return rho0, rho1
 
@@ -29,7 +29,8 @@ def mixtures(method):
 def interpolant_distribution(rho0, rho1, t, a):
     """rho(t) as a torch.distributions mixture over the pairs of components (independent implementation)."""
     means = ((1 - t) * rho0.means[:, None, :] + t * rho1.means[None, :, :]).reshape(-1, 2)
-    var = ((1 - t) ** 2 * rho0.stds[:, None] ** 2 + t ** 2 * rho1.stds[None, :] ** 2 + a * t * (1 - t)).reshape(-1)
+    var0, var1 = rho0.covariances[:, 0, 0], rho1.covariances[:, 0, 0]  # isotropic components
+    var = ((1 - t) ** 2 * var0[:, None] + t ** 2 * var1[None, :] + a * t * (1 - t)).reshape(-1)
     logits = (rho0.log_weights[:, None] + rho1.log_weights[None, :]).reshape(-1)
     components = torch.distributions.Independent(torch.distributions.Normal(means, var.sqrt()[:, None]), 1)
     return torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits), components)
@@ -51,8 +52,8 @@ def test_exact_score_and_density_match_autograd(method, mixtures, t, a):
 def test_velocity_loss_minimiser_is_the_exact_velocity(method):
     """For Gaussian endpoints b(t, .) is affine; minimising the chapter's L_b over affine fields at a fixed t
     (LBFGS, many samples) must recover the closed form b = (n - m) + (c / v) (x - mu)."""
-    rho0 = method.IsotropicMixture(torch.tensor([[-1.0, 2.0]]), 0.7)
-    rho1 = method.IsotropicMixture(torch.tensor([[2.0, -0.5]]), 0.4)
+    rho0 = method.isotropic_mixture(torch.tensor([[-1.0, 2.0]]), 0.7)
+    rho1 = method.isotropic_mixture(torch.tensor([[2.0, -0.5]]), 0.4)
     gen = torch.Generator().manual_seed(1)
     num, t_value = 200_000, 0.3
     x0, x1 = rho0.sample(num, gen), rho1.sample(num, gen)
@@ -89,8 +90,8 @@ def test_denoiser_identity(method, mixtures):
 @pytest.mark.parametrize("eps", [0.0, 1.0])
 def test_ode_and_sde_share_the_gaussian_marginals(method, eps):
     """Gaussian endpoints: rho(t) = N(mu_t, v_t I) exactly; ODE and SDE particles must match its moments."""
-    rho0 = method.IsotropicMixture(torch.tensor([[-2.0, 1.0]]), 0.6)
-    rho1 = method.IsotropicMixture(torch.tensor([[2.0, -1.0]]), 0.4)
+    rho0 = method.isotropic_mixture(torch.tensor([[-2.0, 1.0]]), 0.6)
+    rho1 = method.isotropic_mixture(torch.tensor([[2.0, -1.0]]), 0.4)
     gen = torch.Generator().manual_seed(2)
     times = torch.linspace(1e-3, 1 - 1e-3, 401, dtype=torch.float64)
     fields = lambda t, x: method.mixture_interpolant_fields(t, x, rho0, rho1, 1.0)[1:]  # noqa: E731
