@@ -1,6 +1,6 @@
 """The BDIA chapter's own method, loaded from its `method` cells: gamma = 0 is the library's DDIM (itself checked
-against diffusers in tests/test_diffusion.py), the inverse step undoes the forward step to round-off, and a
-two-step case computed by hand."""
+against diffusers in tests/test_diffusion.py), the inverse step undoes the forward step to round-off, a
+two-step case computed by hand, and the determinant of an EDICT step behind the chapter's account of its error."""
 import math
 
 import pytest
@@ -95,3 +95,23 @@ def test_two_steps_by_hand(method):
     assert abs(float(method.bdia_inverse_step(eps_fn, schedule, z_0, z_1, 2, 1, 0, 0.5)) - 1.0) < 1e-14
     z_0_ddim = method.bdia_sample(eps_fn, schedule, z_2, [2, 1, 0], 0.0)
     assert abs(float(z_0_ddim) - 1.078) < 1e-14  # gamma = 0: two DDIM steps
+
+
+@pytest.mark.parametrize("slope", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("times", [(1.0, 0.9), (0.6, 0.5), (0.2, 0.1)])
+def test_edict_step_jacobian_determinant_is_a_squared_p_squared(method, slope, times):
+    """The chapter explains EDICT's few-step error by the difference mode of its coupled pair: for any linear noise
+    predictor eps(z) = c z, the coupling layers of one EDICT step have Jacobian determinant a^2 and the mixing
+    layers p^2, so the whole step has determinant a^2 p^2: where the common mode x = y keeps an eigenvalue near 1
+    (near-pure noise), the difference mode x - y carries the factor a^2 p^2. Checked by autograd."""
+    schedule, mix = diffusion.VPLinear(), 0.93
+    t_from, t_to = times
+    a = float(schedule.alpha(t_to)) / float(schedule.alpha(t_from))
+
+    def step(pair):
+        x, y = pair[:1, None], pair[1:, None]
+        x_new, y_new = method.edict_step(lambda z, t: slope * z, schedule, x, y, t_from, t_to, mix)
+        return torch.cat([x_new[:, 0], y_new[:, 0]])
+
+    jacobian = torch.autograd.functional.jacobian(step, torch.tensor([0.3, -0.7], dtype=torch.float64))
+    assert float(torch.linalg.det(jacobian)) == pytest.approx(a ** 2 * mix ** 2, rel=1e-12)
