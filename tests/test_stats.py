@@ -83,3 +83,21 @@ def test_permutation_test_has_power_on_an_obvious_shift_and_is_reproducible():
     first = stats.mmd_permutation_test(X, Y, generator=torch.Generator().manual_seed(5))
     second = stats.mmd_permutation_test(X, Y, generator=torch.Generator().manual_seed(5))
     assert first == second
+
+
+def test_permutation_null_is_returned_and_matches_relabelled_statistics():
+    """return_null gives the permuted statistics themselves: the same p-value, and each one equal to MMD^2_u of
+    the pooled sample relabelled by the same permutation (drawn again from a generator in the same state)."""
+    rng = np.random.default_rng(8)
+    X = torch.as_tensor(rng.normal(size=(12, 3)))
+    Y = torch.as_tensor(rng.normal(loc=0.3, size=(10, 3)))
+    plain = stats.mmd_permutation_test(X, Y, num_permutations=30, generator=torch.Generator().manual_seed(9))
+    mmd2, p_value, null = stats.mmd_permutation_test(X, Y, num_permutations=30, return_null=True,
+                                                     generator=torch.Generator().manual_seed(9))
+    assert (mmd2, p_value) == plain and null.shape == (30,) and null.dtype == np.float64
+    assert p_value == (1 + np.sum(null >= mmd2)) / 31
+    h = stats.median_bandwidth(X, Y)
+    Z, gen = torch.cat([X, Y]), torch.Generator().manual_seed(9)
+    for value in null:
+        order = torch.randperm(len(Z), generator=gen)
+        assert value == pytest.approx(stats.mmd2_unbiased(Z[order[:12]], Z[order[12:]], bandwidth=h), rel=1e-9)

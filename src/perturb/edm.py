@@ -20,7 +20,6 @@ denoise-then-classify baseline).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -80,7 +79,3 @@ def loss_weight(sigma, sigma_data: float = SIGMA_DATA) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, dtype=torch.float64) if not torch.is_tensor(sigma) else sigma
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
-
-def _check_rho_limit() -> None:  # pragma: no cover - documentation of a limit, exercised in the tests
-    """As rho -> infinity the levels become geometric: sigma_i = sigma_max (sigma_min / sigma_max)^(i/(M-1))."""
-    math.isfinite(0.0)

@@ -83,13 +83,15 @@ def mmd2_unbiased(X: torch.Tensor, Y: torch.Tensor, bandwidth: float | str = "me
 
 def mmd_permutation_test(X: torch.Tensor, Y: torch.Tensor, bandwidth: float | str = "median", *,
                          num_permutations: int = 200, generator: torch.Generator | None = None,
-                         chunk: int = 50) -> tuple[float, float]:
+                         chunk: int = 50, return_null: bool = False):
     """Permutation test of P = Q with the unbiased MMD^2 statistic; returns ``(mmd2, p_value)``.
 
     The pooled sample is relabelled ``num_permutations`` times (with ``generator``, so the p-value is
     reproducible) and p = (1 + #{permuted statistic >= observed}) / (1 + num_permutations), which is a valid
     p-value: under P = Q, P(p <= alpha) <= alpha. The bandwidth is fixed once on the pooled sample, which no
-    relabelling changes. Used by: expected-perturbation-score.
+    relabelling changes. With ``return_null=True`` it returns ``(mmd2, p_value, null)``, ``null`` the
+    float64 numpy array of the ``num_permutations`` permuted statistics (its quantiles give the test's critical
+    values, a yardstick for the size of ``mmd2``). Used by: expected-perturbation-score.
     """
     if len(X) < 2 or len(Y) < 2:
         raise ValueError("the unbiased estimator needs at least two points in each sample")
@@ -98,12 +100,16 @@ def mmd_permutation_test(X: torch.Tensor, Y: torch.Tensor, bandwidth: float | st
     gram = gaussian_kernel(Z, Z, h)
     m = len(X)
     observed = _mmd2_from_gram(gram, m)
-    at_least = 0
+    null = []
     for start in range(0, num_permutations, chunk):
         count = min(chunk, num_permutations - start)
         perms = torch.stack([torch.randperm(len(Z), generator=generator, device=generator.device
                                             if generator is not None else Z.device).to(Z.device)
                              for _ in range(count)])
         permuted = gram[perms[:, :, None], perms[:, None, :]]          # (count, N, N)
-        at_least += int((_mmd2_from_gram(permuted, m) >= observed).sum())
-    return float(observed), (1 + at_least) / (1 + num_permutations)
+        null.append(_mmd2_from_gram(permuted, m))
+    null = torch.cat(null)
+    p_value = (1 + int((null >= observed).sum())) / (1 + num_permutations)
+    if return_null:
+        return float(observed), p_value, null.double().cpu().numpy()
+    return float(observed), p_value
