@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
+from perturb import edm
 from perturb.harness.notebook_code import load_method
 
 
@@ -18,17 +19,13 @@ def method():
     return load_method("consistency-randomized-smoothing")
 
 
-def test_karras_levels_are_a_linspace_in_rho_root_space(method):
-    t_min, t_max, rho, n = 0.002, 80.0, 7.0, 20
-    levels = method.karras_levels(n, t_min, t_max, rho).double().numpy()
-    expected = np.linspace(t_max ** (1 / rho), t_min ** (1 / rho), n) ** rho
-    np.testing.assert_allclose(levels, expected, rtol=1e-5)
-    assert levels[0] == pytest.approx(t_max, rel=1e-5) and levels[-1] == pytest.approx(t_min, rel=1e-4)
-    assert np.all(np.diff(levels) < 0)
-    # rho = 1 is an evenly spaced schedule
-    np.testing.assert_allclose(method.karras_levels(5, 0.0, 1.0, rho=1.0).numpy(), [1.0, 0.75, 0.5, 0.25, 0.0],
-                               atol=1e-7)
+def test_levels_come_from_the_shared_edm_schedule(method):
+    """The chapter's schedule is perturb.edm's (unit-tested in tests/test_edm.py against Karras et al.)."""
+    assert method.edm is edm
+    levels = edm.karras_sigmas(20, 0.002, 2.0, dtype=torch.float32)
+    assert levels[0] == pytest.approx(2.0) and levels[-1] == pytest.approx(0.002)
     assert method.nearest_level(torch.tensor([2.0, 1.2, 0.9, 0.1]), 1.0).item() == pytest.approx(0.9)
+    assert method.nearest_level(levels, 1.0).item() == pytest.approx(float(levels[(levels - 1.0).abs().argmin()]))
 
 
 def test_info_nce_is_cross_entropy_over_the_batch(method):
@@ -117,7 +114,7 @@ def test_pretraining_pairs_share_noise_and_use_the_right_targets(method):
     ema_encoder = copy.deepcopy(encoder)
     log = []
     online, ema = Recorder(encoder, "online", log), Recorder(ema_encoder, "ema", log)
-    levels = method.karras_levels(20, 0.002, 2.0)
+    levels = edm.karras_sigmas(20, 0.002, 2.0, dtype=torch.float32)
     x = torch.rand(8, 64, generator=torch.Generator().manual_seed(6))
     identity = lambda x, generator: x  # noqa: E731  (no augmentation, so the views differ only by design)
     loss, instance, consistency = method.rrcm_pretrain_loss(online, ema, x, levels, 0.2,
@@ -165,7 +162,7 @@ def test_a_short_pretraining_run_lowers_both_losses(method):
     online = method.NoiseConditionedEncoder(64, 64, 10)
     ema = copy.deepcopy(online).requires_grad_(False)
     optimizer = torch.optim.Adam(online.parameters(), lr=1e-3)
-    levels = method.karras_levels(20, 0.002, 2.0)
+    levels = edm.karras_sigmas(20, 0.002, 2.0, dtype=torch.float32)
     X = load_digits().X_train
     gen = torch.Generator().manual_seed(12)
     history = []
