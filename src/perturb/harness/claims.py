@@ -27,10 +27,10 @@ this scale* in between. Across the seeds recorded with the current code: all rep
 contradicted gives contradicted, all reproduced or partly gives partly, anything else not shown at this scale.
 
 The chapter states the verdict it expects. Each run checks its own seed against that expectation (a seed
-compatible with it: see :data:`ACCEPTED`) and raises when it differs, so a drift either way fails; ``python -m
-perturb check`` requires the seeds :data:`REQUIRED_SEEDS` in the record and their aggregate equal to the
-expectation. ``check`` prints statements and verdicts only, no numbers, so the checked output is the same on
-every machine; the numbers live in the ``show`` table and in the record ``results/<scale>/<slug>.json``, which
+compatible with it: see :data:`ACCEPTED`) and raises when it differs; it also prints the seed's own verdict, so
+the re-executed default seed fails the notebook check when its verdict drifts either way; ``python -m perturb
+check`` requires the seeds :data:`REQUIRED_SEEDS` in the record and their aggregate equal to the expectation.
+``check`` prints statements and verdicts only, no numbers, so the checked output is the same on every machine; the numbers live in the ``show`` table and in the record ``results/<scale>/<slug>.json``, which
 keeps every seed's values and has no timestamps (re-running unchanged code leaves it byte-identical).
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ VERDICTS = (REPRODUCED, PARTLY, NOT_SHOWN, CONTRADICTED)
 ACCEPTED = {
     REPRODUCED: {REPRODUCED},
     PARTLY: {REPRODUCED, PARTLY},
-    NOT_SHOWN: {PARTLY, NOT_SHOWN, CONTRADICTED},
+    NOT_SHOWN: {REPRODUCED, PARTLY, NOT_SHOWN, CONTRADICTED},  # mixed seeds; the aggregate must still say so
     CONTRADICTED: {CONTRADICTED},
 }
 REQUIRED_SEEDS = (0, 1, 2, 3, 4)  # "reproduced" means these five seeds held with margin
@@ -316,7 +316,7 @@ class Claims:
         self.write()
         for h in self.headlines:
             mark = "✔" if h.as_expected else "✘"
-            print(f"{mark} headline: {h.expect}  {h.statement}")
+            print(f"{mark} headline, expected {h.expect}, this seed {h.verdict}:  {h.statement}")
         for m in self.mechanisms:
             print(f"{'✔ holds' if m.holds else '✘ FAILS'}  {m.statement}")
         off = [h for h in self.headlines if not h.as_expected]
