@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 import perturb
-from perturb import attacks, catalog, data, training
+from perturb import attacks, data, training
+from perturb.harness import catalog
 
 
 @pytest.fixture(scope="module")
