@@ -12,6 +12,7 @@ import scipy.linalg
 import scipy.stats
 import torch
 
+from perturb import edm
 from perturb.harness.notebook_code import load_method
 
 N = 64
@@ -120,12 +121,12 @@ def test_heun_sampler_solves_the_gaussian_ode(method):
     errors = []
     for levels in (18, 36, 72):
         out = method.heun_sampler(lambda x, sigma: s2 * x / (s2 + sigma ** 2), x_T,
-                                  method.edm_sigmas(levels, 0.002, sigma_max))
+                                  edm.karras_sigmas(levels, 0.002, sigma_max, append_zero=True))
         errors.append(float(((out - exact).norm(dim=1) / exact.norm(dim=1)).max()))
     assert errors[0] < 0.06
     orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert (orders > 1.8).all()  # Heun is second order in the step size
-    sigmas = method.edm_sigmas(18, 0.002, sigma_max)
+    sigmas = edm.karras_sigmas(18, 0.002, sigma_max, append_zero=True)
     assert len(sigmas) == 19 and float(sigmas[0]) == pytest.approx(sigma_max) and float(sigmas[-1]) == 0.0
     assert float(sigmas[-2]) == pytest.approx(0.002)
 
