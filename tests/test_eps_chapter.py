@@ -1,17 +1,20 @@
-"""The EPS chapter's own method, loaded from its `method` cells, against closed forms for Gaussian data:
-for x ~ N(mu, s^2 I) noised as x + sigma * eps, the exact noise prediction is sigma (x_sigma - mu) / (s^2 + sigma^2),
-the smallest denoising loss is d s^2 / (s^2 + sigma^2), and the EPS is -(x - mu) mean_k sigma_k / (s^2 + sigma_k^2).
-The detection score is checked against a direct double loop."""
+"""The EPS chapter's own method, loaded from its `method` cells, against closed forms for Gaussian data under
+the VP noising x_t = alpha_t x + sigma_t eps of perturb.diffusion.VPLinear: for x ~ N(mu, s^2 I) the exact noise
+prediction is sigma_t (x_t - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2), the smallest denoising loss is
+d alpha_t^2 s^2 / (alpha_t^2 s^2 + sigma_t^2), and the EPS is
+-(x - mu) mean_k alpha_k sigma_k / (alpha_k^2 s^2 + sigma_k^2). The detection score is checked against a direct
+double loop."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from perturb.diffusion import VPLinear
 from perturb.harness.notebook_code import load_method
 
-DIM, STD = 8, 0.1
-LEVELS_RANGE = (0.01, 0.08)
+DIM, STD = 8, 0.2
+TIMES_RANGE = (0.003, 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -21,50 +24,77 @@ def method():
 
 @pytest.fixture(scope="module")
 def mean():
-    return 0.2 + 0.6 * torch.rand(DIM, generator=torch.Generator().manual_seed(0))
+    return -0.6 + 1.2 * torch.rand(DIM, generator=torch.Generator().manual_seed(0))
+
+
+def coefficients(t):
+    schedule = VPLinear()
+    return float(schedule.alpha(t)), float(schedule.sigma(t))
 
 
 class ExactNoisePrediction(torch.nn.Module):
-    """-sigma * grad log p_sigma for data N(mean, STD^2 I): the minimiser of the denoising loss."""
+    """-sigma_t * grad log p_t for data N(mean, STD^2 I) noised to time t: the minimiser of the denoising loss."""
 
     def __init__(self, mean):
         super().__init__()
         self.mean = mean
 
-    def forward(self, x_noisy, sigma):
-        return sigma[:, None] * (x_noisy - self.mean) / (STD ** 2 + sigma[:, None] ** 2)
+    def forward(self, x_noisy, t):
+        schedule = VPLinear()
+        alpha, sigma = schedule.alpha(t).float()[:, None], schedule.sigma(t).float()[:, None]
+        return sigma * (x_noisy - alpha * self.mean) / (alpha ** 2 * STD ** 2 + sigma ** 2)
+
+
+def test_schedule_helpers_invert_and_match_vp_linear(method):
+    sigmas = torch.tensor([0.01, 0.045, 0.1716, 0.6, 0.995], dtype=torch.float64)
+    t = method.time_of_sigma(sigmas)
+    torch.testing.assert_close(VPLinear().sigma(t), sigmas, rtol=1e-10, atol=0)
+    assert float(method.time_of_sigma(0.1716)) == pytest.approx(0.05, abs=2e-4)  # the paper's t* = 50 / 1000
+    alpha, sigma = method.vp_coefficients(torch.tensor([0.01, 0.3]))
+    assert alpha.shape == (2, 1) and alpha.dtype == torch.float32
+    torch.testing.assert_close(alpha ** 2 + sigma ** 2, torch.ones(2, 1))
+    times = method.perturbation_times(*TIMES_RANGE, 8)
+    assert times[0] == pytest.approx(0.003) and times[-1] == pytest.approx(0.05)
+    assert np.allclose(np.diff(np.log(times)), math.log(0.05 / 0.003) / 7)
+    assert method.perturbation_times(0.01, 0.2, 1) == [0.01]
+    x = torch.tensor([0.0, 0.5, 1.0])
+    torch.testing.assert_close(method.to_model_units(x), torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_exact_noise_prediction_attains_the_smallest_denoising_loss(method, mean):
     gen = torch.Generator().manual_seed(1)
     exact = ExactNoisePrediction(mean)
-    for level in (0.01, 0.05, 0.3):
+    for time in (0.003, 0.05, 0.3):
+        alpha, sigma = coefficients(time)
         x = mean + STD * torch.randn(200_000, DIM, generator=gen)
-        sigma = torch.full((len(x),), level)
+        t = torch.full((len(x),), time)
         noise = torch.randn(x.shape, generator=gen)
-        loss = method.dsm_loss(exact, x, sigma, noise).item()
-        assert loss == pytest.approx(DIM * STD ** 2 / (STD ** 2 + level ** 2), rel=0.01)
+        loss = method.dsm_loss(exact, x, t, noise).item()
+        # E||eps - E[eps | x_t]||^2 = d (1 - sigma^2 / (alpha^2 s^2 + sigma^2))
+        assert loss == pytest.approx(DIM * alpha ** 2 * STD ** 2 / (alpha ** 2 * STD ** 2 + sigma ** 2), rel=0.01)
         # Any other predictor does worse, e.g. the exact one scaled by 0.9.
-        scaled = method.dsm_loss(lambda xs, sg: 0.9 * exact(xs, sg), x, sigma, noise).item()
+        scaled = method.dsm_loss(lambda xs, tt: 0.9 * exact(xs, tt), x, t, noise).item()
         assert scaled > loss
-    # The score is -eps / sigma: for the exact predictor, the Gaussian score -(x - mean) / (s^2 + sigma^2).
+    # The score is -eps / sigma_t: for the exact predictor, the Gaussian score.
+    alpha, sigma = coefficients(0.01)
     x = mean + 0.2 * torch.randn(5, DIM, generator=gen)
-    sigma = torch.full((5,), 0.04)
-    assert torch.allclose(method.score(exact, x, sigma), -(x - mean) / (STD ** 2 + 0.04 ** 2), atol=1e-5)
+    t = torch.full((5,), 0.01)
+    expected = -(x - alpha * mean) / (alpha ** 2 * STD ** 2 + sigma ** 2)
+    torch.testing.assert_close(method.score(exact, x, t), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_eps_with_the_exact_score_matches_the_closed_form(method, mean):
-    levels = method.noise_levels(*LEVELS_RANGE, 8)
-    assert levels[0] == pytest.approx(0.01) and levels[-1] == pytest.approx(0.08)
-    assert np.allclose(np.diff(np.log(levels)), math.log(8) / 7)
+    times = method.perturbation_times(*TIMES_RANGE, 8)
     x = mean + STD * torch.randn(100, DIM, generator=torch.Generator().manual_seed(2))
     draws = 400
-    eps = method.expected_perturbation_score(ExactNoisePrediction(mean), x, levels, draws,
+    eps = method.expected_perturbation_score(ExactNoisePrediction(mean), x, times, draws,
                                              torch.Generator().manual_seed(3))
-    shrink = np.mean([s / (STD ** 2 + s ** 2) for s in levels])
+    coeffs = [coefficients(t) for t in times]
+    shrink = np.mean([a * s / (a ** 2 * STD ** 2 + s ** 2) for a, s in coeffs])
     closed_form = -(x - mean) * shrink
-    # What is left is the Monte Carlo average of -sigma^2 eps / (s^2 + sigma^2) over levels x draws.
-    mc_std = math.sqrt(np.mean([(s ** 2 / (STD ** 2 + s ** 2)) ** 2 for s in levels]) / (len(levels) * draws))
+    # What is left is the Monte Carlo average of -sigma^2 eps / (alpha^2 s^2 + sigma^2) over times x draws.
+    mc_std = math.sqrt(np.mean([(s ** 2 / (a ** 2 * STD ** 2 + s ** 2)) ** 2 for a, s in coeffs])
+                       / (len(times) * draws))
     assert (eps - closed_form).abs().max() < 5 * mc_std
     assert (eps - closed_form).std() == pytest.approx(mc_std, rel=0.1)
 
@@ -75,14 +105,14 @@ def test_trained_score_network_gives_the_exact_eps_on_gaussian_data(method, mean
     # Many more samples than the network sees (1500 x 512), so it learns the Gaussian's score, not the score of
     # a finite empirical sample (which at small sigma points to the nearest training point).
     X = mean + STD * torch.randn(1_000_000, DIM, generator=gen)
-    model = method.ScoreNetwork(DIM, hidden=128, depth=2)
-    method.train_score_model(model, X, steps=1500, batch_size=512, lr=2e-3, sigma_min=0.005, sigma_max=1.0,
+    model = method.ScoreNetwork(DIM, hidden=128, depth=2, data_std=STD)
+    method.train_score_model(model, X, steps=1500, batch_size=512, lr=2e-3, sigma_min=0.01, sigma_max=0.995,
                              generator=gen)
     x = mean + STD * torch.randn(100, DIM, generator=gen)
-    levels = method.noise_levels(*LEVELS_RANGE, 8)
+    times = method.perturbation_times(*TIMES_RANGE, 8)
     # The same noise draws for both, so the difference is the network's error alone.
-    learned = method.expected_perturbation_score(model, x, levels, 2, torch.Generator().manual_seed(6))
-    exact = method.expected_perturbation_score(ExactNoisePrediction(mean), x, levels, 2,
+    learned = method.expected_perturbation_score(model, x, times, 2, torch.Generator().manual_seed(6))
+    exact = method.expected_perturbation_score(ExactNoisePrediction(mean), x, times, 2,
                                                torch.Generator().manual_seed(6))
     relative_error = ((learned - exact).norm() / exact.norm()).item()
     assert relative_error < 0.05
