@@ -138,7 +138,7 @@ def test_card_text_names_each_headline_when_there_are_several(cfg):
     headline(claims, 0.5)
     assert claims.verdicts_text() == REPRODUCED
     claims.headline("D trade-off", 0.1, ">=", 0.05, null=0.0, baseline="D=1", expect=PARTLY, label="trade-off")
-    assert claims.verdicts_text() == "headline 1: reproduced; trade-off: partly"
+    assert claims.verdicts_text() == "reproduced (A beats B); partly (trade-off)"
 
 
 def test_seeds_do_not_merge_without_a_known_code_version(cfg):

@@ -304,10 +304,11 @@ class Claims:
         return path
 
     def verdicts_text(self) -> str:
-        """The expected headline verdicts in one line, for the chapter's card (each run checks its seed)."""
+        """The expected headline verdicts in one line, for the chapter's card (each run checks its seed): the
+        verdict alone for one headline; for several, each verdict with the headline's label or statement."""
         if len(self.headlines) == 1:
             return self.headlines[0].expect
-        return "; ".join(f"{h.label or f'headline {i}'}: {h.expect}" for i, h in enumerate(self.headlines, 1))
+        return "; ".join(f"{h.expect} ({h.label or h.statement})" for h in self.headlines)
 
     def check(self) -> None:
         """Write the record, print one verdict line per claim, glue the verdicts, raise on any failure."""
