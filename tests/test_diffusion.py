@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import perturb
 from perturb import diffusion as D
 
 SCHEDULE = D.VPLinear()
