@@ -92,7 +92,8 @@ def render(root: Path) -> str:
     tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
     lines += ["\n## Scorecard\n",
               f"**{sum(counts.values())} headlines of {papers} papers: {tally or 'none yet'}.**\n",
-              "| paper | headline (ours against the baseline) | paper's number | ours (seeds) | verdict |",
+              "The chapters' sections below give each headline in full with its baseline and threshold.\n",
+              "| paper | headline | paper's number | ours (seeds) | verdict |",
               "|---|---|---|---|---|"]
     for ch in written:
         record = records[ch.slug]
@@ -102,8 +103,8 @@ def render(root: Path) -> str:
             lines.append(f"| {{doc}}`{ch.part}/{ch.slug}` ({number}) | no headline recorded | – | – | – |")
         for row in rows:
             h = row["headline"]
-            lines.append(f"| {{doc}}`{ch.part}/{ch.slug}` ({number}) | {_cell(h['statement'])} "
-                         f"(vs {_cell(h.get('baseline', ''))}) | {_fmt(h.get('paper'))} | "
+            paper = f"{{doc}}`{ch.part}/{ch.slug}` ({number})" if row is rows[0] else ""
+            lines.append(f"| {paper} | {_cell(h['statement'])} | {_fmt(h.get('paper'))} | "
                          f"{row['ours']} ({_seeds_text(record)}) | **{row['verdict']}** |")
     for part, title in PARTS.items():
         in_part = [ch for ch in written if ch.part == part]
@@ -135,11 +136,13 @@ def _chapter_section(root: Path, ch, record: dict, full: dict | None) -> list[st
     full_mechanisms = {m["statement"]: m for m in (full or {}).get("mechanisms", [])}
     rows = _headline_rows(record)
     if rows:
-        lines += ["| headline | needs | paper | ours (seeds) | verdict | full |", "|---|---|---|---|---|---|"]
+        lines += ["| headline (against its baseline) | needs | paper | ours (seeds) | verdict | full |",
+                  "|---|---|---|---|---|---|"]
         for row in rows:
             h = row["headline"]
             f = full_headlines.get(h["statement"])
-            lines.append(f"| {_cell(h['statement'])} | {h['comparison']} {_fmt(h['threshold'])} "
+            lines.append(f"| {_cell(h['statement'])} (vs {_cell(h.get('baseline', ''))}) | "
+                         f"{h['comparison']} {_fmt(h['threshold'])} "
                          f"(null {_fmt(h.get('null'))}) | {_fmt(h.get('paper'))} | {row['ours']} | {row['verdict']} | "
                          f"{_full_headline(f)} |")
     mechanisms = record.get("mechanisms", [])
